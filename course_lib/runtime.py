@@ -48,3 +48,12 @@ def cache_dir() -> Path:
     path = Path(os.environ.get(CACHE_ENV_VAR) or Path.home() / ".cache" / "course_lib")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def data_dir() -> Path:
+    """The repository's ``data/`` folder, where the course's small shipped files live."""
+    path = Path(__file__).resolve().parent.parent / "data"
+    if not path.is_dir():
+        raise FileNotFoundError(f"the course's data folder {path} is missing; course_lib must be installed "
+                                "in editable mode from a checkout of the course (make lab does that)")
+    return path
