@@ -255,7 +255,7 @@ def power_spectrum(frames: torch.Tensor, n_fft: int | None = None) -> torch.Tens
 # ---- the mel scale and its filter bank ----
 
 def hz_to_mel(frequency):
-    """``mel(f) = 1127 ln(1 + f / 700)`` (HTK; equal to ``2595 log10(1 + f / 700)``); floats, arrays or tensors."""
+    """``mel(f) = 1127 ln(1 + f / 700)``, HTK's ``2595 log10(1 + f / 700)`` to 5 parts per million; floats, arrays or tensors."""
     if isinstance(frequency, torch.Tensor):
         return 1127.0 * torch.log1p(frequency / 700.0)
     return 1127.0 * np.log1p(np.asarray(frequency, dtype=np.float64) / 700.0)
