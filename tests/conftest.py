@@ -1,0 +1,25 @@
+"""Shared test setup: CPU only, few threads, deterministic, and a private cache directory."""
+
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture
+def private_cache(tmp_path, monkeypatch):
+    """Point course_lib's cache at an empty temporary folder for one test."""
+    monkeypatch.setenv("COURSE_LIB_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def pytest_collection_modifyitems(items):
+    # nbval items (whole notebooks) get the "notebooks" marker so `-m "not notebooks"` skips them.
+    for item in items:
+        if str(item.fspath).endswith(".ipynb"):
+            item.add_marker(pytest.mark.notebooks)
+
+
+os.environ.setdefault("JUPYTER_PREFER_ENV_PATH", "1")
