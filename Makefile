@@ -19,7 +19,7 @@ export JUPYTER_PREFER_ENV_PATH := 1
 # The notebooks are sized for a 2-core laptop; don't oversubscribe a bigger machine's cores either.
 export OMP_NUM_THREADS ?= 2
 
-NBVAL := --nbval-lax --nbval-current-env --sanitize-with tests/nbval_sanitize.cfg
+NBVAL := --nbval-lax --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 .PHONY: lab test test-fast student bench notebooks clean help
 

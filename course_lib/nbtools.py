@@ -1,7 +1,7 @@
 """Executing and cleaning the course notebooks, for instructors and for the tests.
 
-The committed notebooks are clean (see the course's STYLE): no execution counts, no widget state,
-and only the outputs a test compares, i.e. those of cells marked ``# NBVAL_CHECK_OUTPUT``.
+The committed notebooks are clean (see the course's STYLE): no widget state, and only the outputs
+(and execution counts) of the cells a test compares, those marked ``# NBVAL_CHECK_OUTPUT``.
 ``refresh`` re-executes a notebook and keeps exactly those outputs, so that
 ``pytest --nbval-lax`` has something true to compare against::
 
@@ -43,13 +43,11 @@ def clean(notebook: nbformat.NotebookNode) -> nbformat.NotebookNode:
             cell.metadata.pop(key, None)
         if cell.cell_type != "code":
             continue
-        cell.execution_count = None
-        if CHECK_MARKER in cell.source:
-            for output in cell.outputs:
-                if "execution_count" in output:
-                    output.execution_count = None
-        else:
+        if CHECK_MARKER not in cell.source:
+            cell.execution_count = None
             cell.outputs = []
+        # A checked cell keeps its outputs and its execution count: nbval treats a cell with
+        # outputs but no count as never run ("Unrun reference cell has outputs").
     return notebook
 
 
@@ -61,12 +59,13 @@ def problems(notebook: nbformat.NotebookNode) -> list[str]:
     for index, cell in enumerate(notebook.cells):
         if cell.cell_type != "code":
             continue
-        if cell.execution_count is not None:
+        checked = CHECK_MARKER in cell.source
+        if cell.execution_count is not None and not checked:
             found.append(f"cell {index} has an execution count")
-        if cell.outputs and CHECK_MARKER not in cell.source:
+        if cell.outputs and not checked:
             found.append(f"cell {index} keeps outputs that no test checks")
-        if CHECK_MARKER in cell.source and not cell.outputs:
-            found.append(f"cell {index} is marked {CHECK_MARKER} but has no stored output; refresh it")
+        if checked and (not cell.outputs or cell.execution_count is None):
+            found.append(f"cell {index} is marked {CHECK_MARKER} but has no stored run; refresh the notebook")
     return found
 
 

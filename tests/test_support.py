@@ -85,7 +85,7 @@ def test_nbtools_clean_keeps_only_checked_outputs():
                             outputs=[new_output("stream", name="stdout", text="1\n")])
     unchecked = new_code_cell("print(2)", execution_count=3, outputs=[new_output("stream", name="stdout", text="2\n")])
     notebook = new_notebook(cells=[checked, unchecked], metadata={"widgets": {"state": {}}})
-    assert len(nbtools.problems(notebook)) == 4
+    assert len(nbtools.problems(notebook)) == 3  # widget state, unchecked count, unchecked output
     cleaned = nbtools.clean(notebook)
     assert nbtools.problems(cleaned) == []
     assert cleaned.cells[0].outputs[0]["text"] == "1\n" and cleaned.cells[1].outputs == []
