@@ -24,7 +24,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from course_lib.runtime import data_dir
+
 SAMPLE_RATE = 16_000  # Hz; what speech models (Whisper, AST, Qwen2-Audio) expect
+CLIPS = ("baby", "sentence", "digits")  # data/audio/<name>.wav: espeak-ng speech, see data/audio/README.md
 # Integer PCM -> float in [-1, 1): divide by 2^(bits - 1); 8-bit WAV is unsigned, centred on 128.
 PCM_SCALES = {torch.int8: 2.0**7, torch.int16: 2.0**15, torch.int32: 2.0**31}
 WINDOWS = ("rectangular", "hamming", "hann", "povey")
@@ -121,6 +124,13 @@ def load_audio(path: str | Path, sample_rate: int | None = SAMPLE_RATE, mono: bo
     if sample_rate is not None and sample_rate != file_rate:
         waveform = resample(waveform, file_rate, sample_rate)
     return waveform, sample_rate or file_rate
+
+
+def load_clip(name: str) -> torch.Tensor:
+    """One of the course's speech clips (``CLIPS``) as ``(S,)`` float samples at 16 kHz."""
+    if name not in CLIPS:
+        raise ValueError(f"unknown clip {name!r}; the course ships {', '.join(CLIPS)} (data/audio/)")
+    return load_audio(data_dir() / "audio" / f"{name}.wav")[0]
 
 
 def to_mono(waveform: torch.Tensor) -> torch.Tensor:
