@@ -41,7 +41,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $@
 
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir=$(LAB_DIR) --port=$(PORT)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=$(LAB_DIR) --port=$(PORT) $(if $(filter 0,$(shell id -u)),--allow-root)
 
 test: $(STAMP)
 	$(PY) -m pytest tests notebooks $(NBVAL) --durations=15
