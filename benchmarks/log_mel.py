@@ -7,7 +7,9 @@ normalisation, then ``ln(max(mel, 1e-10))``. The input is the shipped espeak-ng 
 
 Timing: every implementation runs once per round, in a shuffled order, for many rounds; we keep
 each one's best time (the least disturbed by whatever else the machine is doing) and report the
-median too. Ratios are course_lib's time divided by the other library's (below 1: faster).
+median too. Ratios are course_lib's time divided by the other library's (below 1: faster). We
+measure with torch's default number of threads (the headline figures) and again with one thread,
+which a busy machine disturbs less.
 
 Agreement: the largest absolute difference of the log-mel values from torchaudio's, and from
 librosa's. Two sources of difference, both float32 rounding: torchaudio builds its mel filters in
@@ -35,7 +37,7 @@ import torchaudio
 from course_lib.audio import load_audio, log_mel_spectrogram, mel_filterbank
 
 SAMPLE_RATE, N_FFT, HOP_LENGTH, N_MELS, SECONDS = 16_000, 400, 160, 80, 60
-ROUNDS = 40
+ROUNDS = 100
 DATA = Path(__file__).resolve().parent.parent / "data" / "audio"
 
 
@@ -44,6 +46,21 @@ def sixty_seconds_of_speech() -> torch.Tensor:
     speech = torch.cat(clips)  # (S,)
     repeats = SECONDS * SAMPLE_RATE // len(speech) + 1
     return speech.repeat(repeats)[: SECONDS * SAMPLE_RATE].contiguous()  # (960000,)
+
+
+def measure(implementations: dict) -> tuple[dict[str, float], dict[str, float]]:
+    """Best and median seconds of each implementation over ``ROUNDS`` shuffled rounds."""
+    times: dict[str, list[float]] = {name: [] for name in implementations}
+    order = list(implementations)
+    rng = random.Random(0)
+    for _ in range(ROUNDS):
+        rng.shuffle(order)
+        for name in order:
+            start = time.perf_counter()
+            implementations[name]()
+            times[name].append(time.perf_counter() - start)
+    return ({name: min(values) for name, values in times.items()},
+            {name: statistics.median(values) for name, values in times.items()})
 
 
 def main() -> None:
@@ -60,17 +77,11 @@ def main() -> None:
             norm=None, pad_mode="reflect"), 1e-10)),  # librosa pads with zeros unless told to reflect
     }
     outputs = {name: torch.as_tensor(run()) for name, run in implementations.items()}  # also warms up
-    times: dict[str, list[float]] = {name: [] for name in implementations}
-    order = list(implementations)
-    rng = random.Random(0)
-    for _ in range(ROUNDS):
-        rng.shuffle(order)
-        for name in order:
-            start = time.perf_counter()
-            implementations[name]()
-            times[name].append(time.perf_counter() - start)
-    best = {name: min(values) for name, values in times.items()}
-    median = {name: statistics.median(values) for name, values in times.items()}
+    default_threads = torch.get_num_threads()
+    best, median = measure(implementations)
+    torch.set_num_threads(1)
+    best_1_thread, _ = measure(implementations)
+    torch.set_num_threads(default_threads)
 
     ours, reference = outputs["course_lib"], outputs["torchaudio"]
     exact = log_mel_spectrogram(waveform.double(), SAMPLE_RATE, N_FFT, HOP_LENGTH, N_MELS)  # float64
@@ -90,18 +101,23 @@ def main() -> None:
         "seconds_torchaudio": best["torchaudio"],
         "seconds_librosa": best["librosa"],
         "median_ratio_vs_torchaudio": median["course_lib"] / median["torchaudio"],
+        "ratio_vs_torchaudio_1_thread": best_1_thread["course_lib"] / best_1_thread["torchaudio"],
+        "ratio_vs_librosa_1_thread": best_1_thread["course_lib"] / best_1_thread["librosa"],
         "audio_seconds": SECONDS,
         "rounds": ROUNDS,
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": default_threads,
     }
 
     print(f"log-mel of {SECONDS} s at {SAMPLE_RATE} Hz: n_fft {N_FFT}, hop {HOP_LENGTH}, {N_MELS} mels, "
-          f"{ROUNDS} rounds, {torch.get_num_threads()} torch threads")
-    print(f"{'implementation':<12} {'best (ms)':>10} {'median (ms)':>12} {'course_lib / it':>16}")
+          f"{ROUNDS} rounds")
+    print(f"{'implementation':<12} {'best (ms)':>10} {'median (ms)':>12} {'course_lib / it':>16} "
+          f"{'1 thread: best (ms)':>20} {'course_lib / it':>16}")
     for name in implementations:
         print(f"{name:<12} {best[name] * 1e3:>10.2f} {median[name] * 1e3:>12.2f} "
-              f"{best['course_lib'] / best[name]:>16.2f}")
-    print(f"max |log-mel difference| vs torchaudio: {report['max_abs_diff_log']:.2e} "
+              f"{best['course_lib'] / best[name]:>16.2f} {best_1_thread[name] * 1e3:>20.2f} "
+              f"{best_1_thread['course_lib'] / best_1_thread[name]:>16.2f}")
+    print(f"(first columns with torch's default {default_threads} threads; librosa's FFT is single-threaded numpy)")
+    print(f"max |log-mel difference| vs torchaudio: {report['max_abs_diff_log']:.2e}; "
           f"vs librosa: {report['max_abs_diff_log_vs_librosa']:.2e}")
     print(f"mel filters: max |difference| vs torchaudio {report['filterbank_max_abs_diff_vs_torchaudio']:.1e}, "
           f"vs librosa {report['filterbank_max_abs_diff_vs_librosa']:.1e}")
