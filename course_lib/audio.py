@@ -265,7 +265,10 @@ def power_spectrum(frames: torch.Tensor, n_fft: int | None = None) -> torch.Tens
 # ---- the mel scale and its filter bank ----
 
 def hz_to_mel(frequency):
-    """``mel(f) = 1127 ln(1 + f / 700)``, HTK's ``2595 log10(1 + f / 700)`` to 5 parts per million; floats, arrays or tensors."""
+    """``mel(f) = 1127 ln(1 + f / 700)`` for floats, arrays or tensors of frequencies in Hz.
+
+    HTK writes it ``2595 log10(1 + f / 700)``; the two agree to 5 parts per million (1127 is 2595 / ln 10, rounded).
+    """
     if isinstance(frequency, torch.Tensor):
         return 1127.0 * torch.log1p(frequency / 700.0)
     return 1127.0 * np.log1p(np.asarray(frequency, dtype=np.float64) / 700.0)
@@ -321,12 +324,14 @@ def mel_filterbank(sample_rate: float, n_fft: int, n_mels: int, f_min: float = 0
                          f"f_max={f_max}")
     filters = _triangles(sample_rate, n_fft, n_mels, f_min, f_max)
     if bool((filters.amax(dim=-1) == 0).any()):  # some triangle falls between two FFT bins
-        most_mels = next(m for m in range(n_mels - 1, 0, -1)
-                         if bool((_triangles(sample_rate, n_fft, m, f_min, f_max).amax(dim=-1) > 0).all()))
-        fewest_fft = next(2**p for p in range(1, 20) if 2**p > n_fft and
-                          bool((_triangles(sample_rate, 2**p, n_mels, f_min, f_max).amax(dim=-1) > 0).all()))
+        def all_filled(n_fft: int, n_mels: int) -> bool:
+            return bool((_triangles(sample_rate, n_fft, n_mels, f_min, f_max).amax(dim=-1) > 0).all())
+
+        most_mels = next((m for m in range(n_mels - 1, 0, -1) if all_filled(n_fft, m)), None)
+        fewest_fft = next((2**p for p in range(1, 20) if 2**p > n_fft and all_filled(2**p, n_mels)), None)
+        fixes = [f"n_mels <= {most_mels}" if most_mels else None, f"n_fft >= {fewest_fft}" if fewest_fft else None]
         raise ValueError(f"n_mels={n_mels} is too many for n_fft={n_fft}: some mel filters fall between FFT bins "
-                         f"and would be empty; use n_mels <= {most_mels} or n_fft >= {fewest_fft}")
+                         f"and would be empty; use {' or '.join(fix for fix in fixes if fix) or 'a wider f_min..f_max'}")
     return filters
 
 
@@ -335,11 +340,24 @@ def mel_filterbank(sample_rate: float, n_fft: int, n_mels: int, f_min: float = 0
 def mel_spectrogram(waveform: torch.Tensor, sample_rate: float, n_fft: int = 400, hop_length: int = 160,
                     n_mels: int = 80, *, window: str = "hann", f_min: float = 0.0,
                     f_max: float | None = None) -> torch.Tensor:
-    """Mel power spectrogram ``(..., S)`` -> ``(..., M, T)``: centred frames, window, FFT power, filters.
+    """Mel power spectrogram: centred frames, window, FFT power, mel filters; no loop over frames.
 
     Frame ``t`` is centred on sample ``t * hop_length``: the waveform is first padded with
-    ``n_fft // 2`` reflected samples at each end, so ``T = 1 + S // hop_length``. The window
-    (periodic) is ``n_fft`` long. Same as ``torchaudio.transforms.MelSpectrogram`` with these settings.
+    ``n_fft // 2`` reflected samples at each end, so ``T = 1 + S // hop_length``. Then
+    ``mel[m, t] = sum_k filters[m, k] |FFT(window * frame_t)[k]|^2``. Equal to
+    ``torchaudio.transforms.MelSpectrogram(sample_rate, n_fft, hop_length=hop_length, n_mels=n_mels)``.
+
+    Args:
+        waveform: ``(..., S)`` samples (float, or integer PCM: see ``as_waveform``).
+        sample_rate: in Hz.
+        n_fft: window length and FFT size in samples (400 = 25 ms at 16 kHz).
+        hop_length: samples between frame centres (160 = 10 ms at 16 kHz).
+        n_mels: ``M``, number of mel bands.
+        window: ``"hann"`` (periodic), ``"hamming"``, ``"rectangular"`` or ``"povey"``.
+        f_min, f_max: frequency range of the filters in Hz (default the whole range up to ``sample_rate / 2``).
+
+    Returns:
+        ``(..., M, T)`` mel power, in the waveform's float dtype.
     """
     waveform = as_waveform(waveform)
     _check_sample_rate(sample_rate)
@@ -367,7 +385,8 @@ def log_mel_spectrogram(waveform: torch.Tensor, sample_rate: float, n_fft: int =
     """Log-mel features: ``ln(max(mel_spectrogram(...), 1e-10))``, ``(..., S)`` -> ``(..., M, T)``.
 
     Natural log of the mel power spectrum (Hann window, centred frames with reflect padding,
-    power 2), clamped below at 1e-10 so that silence gives -23.0 instead of -inf.
+    power 2), clamped below at 1e-10 so that silence gives -23.0 instead of -inf. Arguments as in
+    ``mel_spectrogram``; equal to torchaudio's ``MelSpectrogram`` followed by ``.clamp_min(1e-10).log()``.
 
     Example:
         >>> waveform, sample_rate = load_audio("data/audio/baby.wav")        # (S,) at 16 kHz

@@ -1,4 +1,7 @@
-"""Tests for course_lib.audio and audio_variants: shapes, agreement with torchaudio/librosa/Kaldi, invariants, bad input."""
+"""Tests for course_lib.audio and audio_variants.
+
+Shapes, agreement with torchaudio / librosa / Kaldi (torchaudio.compliance), invariants, bad input.
+"""
 
 import math
 import wave
@@ -51,7 +54,8 @@ def test_int16_pcm_is_divided_by_32768(baby):
 
 
 def test_uint8_and_int32_pcm_scales():
-    assert torch.equal(as_waveform(torch.tensor([0, 128, 255], dtype=torch.uint8)), torch.tensor([-1.0, 0.0, 127 / 128]))
+    unsigned_8_bit = torch.tensor([0, 128, 255], dtype=torch.uint8)  # 8-bit WAV: silence at 128
+    assert torch.equal(as_waveform(unsigned_8_bit), torch.tensor([-1.0, 0.0, 127 / 128]))
     assert torch.equal(as_waveform(torch.tensor([-2**31, 2**30], dtype=torch.int32)), torch.tensor([-1.0, 0.5]))
 
 
@@ -78,8 +82,8 @@ def test_quantization_round_trip_and_six_db_per_bit(sentence):
     for bits in (4, 8, 12):
         restored = dequantize(quantize(sentence, bits), bits)
         assert (restored - sentence).abs().max() <= 0.5 / 2 ** (bits - 1) + 1e-7  # half a step
-    snr = {bits: 10 * math.log10(sentence.square().sum() / (dequantize(quantize(sentence, bits), bits) - sentence).square().sum())
-           for bits in (6, 8, 10)}
+    noise = {bits: dequantize(quantize(sentence, bits), bits) - sentence for bits in (6, 8, 10)}
+    snr = {bits: 10 * math.log10(sentence.square().sum() / noise[bits].square().sum()) for bits in noise}
     assert 10 < snr[8] - snr[6] < 14 and 10 < snr[10] - snr[8] < 14  # ~6.02 dB per bit
     codes = quantize(torch.tensor([-1.0, 0.999, 2.0]), 8)
     assert codes.tolist() == [-128, 127, 127]  # clipped to the 8-bit range
@@ -130,7 +134,7 @@ def test_hamming_leaks_less_than_rectangular():
 
 def test_mel_scale_formulas():
     assert hz_to_mel(700.0) == pytest.approx(1127 * math.log(2))
-    assert hz_to_mel(1000.0) == pytest.approx(2595 * math.log10(1 + 1000 / 700), rel=1e-5)  # 1127 = 2595 / ln 10, rounded
+    assert hz_to_mel(1000.0) == pytest.approx(2595 * math.log10(1 + 1000 / 700), rel=1e-5)  # 1127 ~ 2595 / ln 10
     frequencies = torch.linspace(0, 8000, 9, dtype=torch.float64)
     assert torch.allclose(mel_to_hz(hz_to_mel(frequencies)), frequencies)
     assert np.allclose(hz_to_mel(np.array([0.0, 700.0])), [0.0, 1127 * math.log(2)])

@@ -44,7 +44,8 @@ def check_frame_signal(student_frame_signal: Callable[[torch.Tensor, int, int], 
             got = student_frame_signal(waveform.clone(), frame_length, hop_length)
             expected = audio.frame_signal(waveform, frame_length, hop_length)
             num_frames = expected.shape[0]
-            what = f"frame_signal(waveform of {num_samples} samples, frame_length={frame_length}, hop_length={hop_length})"
+            what = (f"frame_signal(waveform of {num_samples} samples, frame_length={frame_length}, "
+                    f"hop_length={hop_length})")
             expect_type(got, torch.Tensor, what)
             expect_shape(got, expected.shape, what, hint=(
                 f"(T, L) with T = 1 + (S - L) // hop = 1 + ({num_samples} - {frame_length}) // {hop_length} = "
