@@ -329,9 +329,10 @@ def mel_filterbank(sample_rate: float, n_fft: int, n_mels: int, f_min: float = 0
 
         most_mels = next((m for m in range(n_mels - 1, 0, -1) if all_filled(n_fft, m)), None)
         fewest_fft = next((2**p for p in range(1, 20) if 2**p > n_fft and all_filled(2**p, n_mels)), None)
-        fixes = [f"n_mels <= {most_mels}" if most_mels else None, f"n_fft >= {fewest_fft}" if fewest_fft else None]
+        fixes = [f"n_mels <= {most_mels}"] if most_mels else []
+        fixes += [f"n_fft >= {fewest_fft}"] if fewest_fft else []
         raise ValueError(f"n_mels={n_mels} is too many for n_fft={n_fft}: some mel filters fall between FFT bins "
-                         f"and would be empty; use {' or '.join(fix for fix in fixes if fix) or 'a wider f_min..f_max'}")
+                         f"and would be empty; use {' or '.join(fixes) or 'a wider f_min..f_max range'}")
     return filters
 
 
