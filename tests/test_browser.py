@@ -86,6 +86,17 @@ def _widget_figure(page) -> str:
     return images.first.get_attribute("src") if images.count() else ""
 
 
+def _accept_kernel_dialog(page, seconds: float = 8) -> None:
+    """Accept JupyterLab's "Select Kernel" dialog (the notebook's own kernel) if it pops up."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        dialog = page.locator(".jp-Dialog .jp-mod-accept")
+        if dialog.count():
+            dialog.first.click()
+            return
+        time.sleep(0.25)
+
+
 def test_lesson_01_widgets_render_and_redraw(jupyter_lab, tmp_path):
     from playwright.sync_api import sync_playwright
 
@@ -96,11 +107,17 @@ def test_lesson_01_widgets_render_and_redraw(jupyter_lab, tmp_path):
         try:
             page.goto(f"{base}/lab/tree/{NOTEBOOK.name}?token={token}")
             page.wait_for_selector(".jp-NotebookPanel .jp-Cell", timeout=60_000)
+            _accept_kernel_dialog(page)
             page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=60_000)
             page.locator(".lm-MenuBar-itemLabel", has_text="Run").first.click()
             page.locator(".lm-Menu-itemLabel", has_text="Run All Cells").first.click()
 
-            page.wait_for_selector(".widget-hslider .noUi-handle", timeout=120_000)
+            _accept_kernel_dialog(page, seconds=5)  # it can also appear when Run All finds no kernel yet
+            try:
+                page.wait_for_selector(".widget-hslider .noUi-handle", timeout=180_000)
+            except Exception:
+                page.screenshot(path=str(tmp_path / "no-slider.png"), full_page=False)
+                raise AssertionError(f"no slider appeared after Run All; screenshot: {tmp_path / 'no-slider.png'}")
             page.wait_for_function("() => document.querySelectorAll('.widget-output img, .jupyter-widgets-output-area img').length > 0",
                                    timeout=60_000)
             assert "Error displaying widget" not in page.content()
