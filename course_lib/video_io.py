@@ -156,18 +156,17 @@ def _open(path: str | Path) -> av.container.InputContainer:
 def _info(container: av.container.InputContainer, path: Path) -> VideoInfo:
     stream = container.streams.video[0]
     fps = Fraction(stream.average_rate or stream.guessed_rate or 0)
-    # The container's index lists every packet in decode order, flagging keyframes. In a closed GOP
-    # every frame decoded before a keyframe is also shown before it, so a keyframe's position in the
-    # index is its frame number.
+    # An mp4's index lists every packet in decode order, flagging keyframes. In a closed GOP every
+    # frame decoded before a keyframe is also shown before it, so a keyframe's position in the index
+    # is its frame number.
     entries = stream.index_entries
-    if len(entries):
-        keyframes = [n for n, entry in enumerate(entries) if entry.is_keyframe]
-        num_frames = stream.frames or len(entries)
-    else:  # no index (some streaming formats): read the packets, still without decoding
-        flags = [packet.is_keyframe for packet in container.demux(stream) if packet.size]
-        keyframes = [n for n, is_key in enumerate(flags) if is_key]
-        num_frames = len(flags)
-        container.seek(0)
+    if stream.frames and len(entries) == stream.frames:
+        is_keyframe = [entry.is_keyframe for entry in entries]
+    else:  # mkv, webm, ...: no complete index; read the packets instead, still without decoding them
+        is_keyframe = [packet.is_keyframe for packet in container.demux(stream) if packet.size]
+        container.seek(0)  # back to the start for whoever decodes next
+    keyframes = [index for index, key in enumerate(is_keyframe) if key]
+    num_frames = len(is_keyframe)
     if num_frames == 0:
         raise ValueError(f"{path} has a video stream with no frames (zero-length video); "
                          "write at least one frame")

@@ -131,6 +131,17 @@ def test_strategies_agree(clip, indices):
         assert torch.equal(read_frames(path, indices, strategy=strategy), reference), strategy
 
 
+def test_matroska_without_a_full_index(clip, tmp_path):
+    # An mkv's index lists only some packets: the frame count and keyframes come from the packets.
+    _, frames = clip
+    path = write_video(tmp_path / "clip.mkv", frames, fps=24, keyframe_interval=8)
+    info = probe_video(path)
+    assert (info.num_frames, info.keyframes) == (24, (0, 8, 16))
+    reference = read_all_frames(path)
+    for strategy in ("auto", "decode_all", "seek"):
+        assert torch.equal(read_frames(path, [20, 2, 9], strategy=strategy), reference[[20, 2, 9]])
+
+
 def test_uint8_input_and_indices_as_tensor(tmp_path):
     frames = torch.randint(0, 256, (6, 3, 16, 16), dtype=torch.uint8)
     path = write_video(tmp_path / "noise.mp4", frames, fps=6, keyframe_interval=3)
