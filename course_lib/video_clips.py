@@ -18,6 +18,7 @@ embeddings in ``course_lib.video.PerceiverResampler``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,7 +100,7 @@ def make_demo_clip(num_frames: int = 240, fps: int = 24, keyframe_interval: int 
     path = folder / f"demo_{num_frames}f_{fps}fps_key{keyframe_interval}_{image_size}px.mp4"
     if not path.exists():
         frames = render_clip(DEMO_SHAPES, [index / fps for index in range(num_frames)], image_size)
-        partial = path.with_suffix(".partial.mp4")  # written whole, then renamed: never a half file
+        partial = path.with_name(f"{path.stem}.{os.getpid()}.partial.mp4")  # renamed when whole: never half a file
         write_video(partial, frames, fps, keyframe_interval)
         partial.replace(path)
     return path
