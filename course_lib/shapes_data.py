@@ -111,6 +111,12 @@ class Scene:
     def objects(self) -> tuple[SceneObject, ...]:
         return tuple(SceneObject(self.shape, self.colour, self.size, x, y) for x, y in self.centres)
 
+    def mirrored(self) -> Scene:
+        """The scene flipped left to right: what ``image.flip(-1)`` shows (our four shapes are symmetric)."""
+        position = {"left": "right", "right": "left"}.get(self.position, self.position)
+        return Scene(self.colour, self.shape, self.size, self.count, position,
+                     tuple((round(1 - x, 4), y) for x, y in self.centres))
+
 
 def caption(scene: Scene, with_colour: bool = True) -> str:
     """The scene in words, every attribute named: ``"two small red circles on the left"``.

@@ -77,6 +77,7 @@ class TinyClipConfig:
     warmup_steps: int = 50  # linear warm-up, then a cosine decay to zero
     weight_decay: float = 0.1  # AdamW's, on matrices only (not biases, norms, embeddings, t)
     greyscale_fraction: float = 0.3  # share of images shown in grey, their caption without colour
+    mirror: bool = True  # also train on every image flipped left-right ("left" <-> "right" in its caption)
     seed: int = 0  # seeds the weights, the training scenes and the batches
 
 

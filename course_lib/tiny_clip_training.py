@@ -88,18 +88,22 @@ def sample_batch(rng: np.random.Generator, scenes: list[Scene], batch_size: int,
     Returns:
         ``indices`` (B,) into ``scenes`` and ``grey`` (B,) bool, which ones to show in grey.
     """
-    colourless = lambda scene: (scene.shape, scene.size, scene.count, scene.position)  # noqa: E731
-    coloured_described, grey_described, all_colourless = set(), set(), set()
+    taken_coloured = set()  # (colour, shape, size, count, position) of each coloured caption taken
+    taken_grey = set()  # (shape, size, count, position) of each grey caption taken
+    taken_any = set()  # (shape, size, count, position) of each image taken, grey or not
     indices, grey = [], []
     for index in rng.permutation(len(scenes)):
         scene, is_grey = scenes[index], bool(rng.random() < greyscale_fraction)
-        key = colourless(scene)
-        clash = (key in all_colourless) if is_grey else (
-            (scene.colour, *key) in coloured_described or key in grey_described)
-        if clash:
-            continue
-        (grey_described if is_grey else coloured_described).add(key if is_grey else (scene.colour, *key))
-        all_colourless.add(key)
+        facts = (scene.shape, scene.size, scene.count, scene.position)
+        if is_grey:
+            if facts in taken_any:  # "two small triangles on the left" would fit an image already taken
+                continue
+            taken_grey.add(facts)
+        else:
+            if (scene.colour, *facts) in taken_coloured or facts in taken_grey:  # same caption, or a grey
+                continue  # caption already taken describes this image
+            taken_coloured.add((scene.colour, *facts))
+        taken_any.add(facts)
         indices.append(index)
         grey.append(is_grey)
         if len(indices) == batch_size:
@@ -141,6 +145,10 @@ def train_tiny_clip(config: TinyClipConfig | None = None, *, progress: bool = Tr
     config = config or TinyClipConfig()
     start = time.perf_counter()
     data = shapes_data.make_dataset(config.num_train_images, "train", seed=config.seed, image_size=config.image_size)
+    if config.mirror:  # twice the images for free: flip each one, and swap left and right in its scene
+        scenes = data.scenes + [scene.mirrored() for scene in data.scenes]
+        data = ShapesDataset(torch.cat([data.images, data.images.flip(-1)]), scenes,
+                             [caption(scene) for scene in scenes], "train", config.seed)
     tokenizer = get_tokenizer(config)
     coloured_tokens = tokenize(tokenizer, data.captions)  # (N, L)
     grey_tokens = tokenize(tokenizer, [caption(scene, with_colour=False) for scene in data.scenes])  # (N, L)
@@ -205,7 +213,10 @@ def combination_zero_shot(model: open_clip.CLIP, tokenizer, data: ShapesDataset)
     """
     image_features = encode_images(model, data.images)  # (B, D)
     texts = [text for scene in data.scenes for text in combination_captions(scene)]  # B * 24 captions
-    text_features = encode_texts(model, tokenizer, texts).view(len(data), len(ALL_COMBINATIONS), -1)  # (B, 24, D)
+    distinct = sorted(set(texts))  # many scenes share captions: encode each distinct one once
+    distinct_features = encode_texts(model, tokenizer, distinct)  # (K, D)
+    row = {text: k for k, text in enumerate(distinct)}
+    text_features = distinct_features[[row[text] for text in texts]].view(len(data), len(ALL_COMBINATIONS), -1)  # (B, 24, D)
     similarity = torch.einsum("bd,bkd->bk", image_features, text_features)  # (B, 24)
     predicted = [ALL_COMBINATIONS[k] for k in similarity.argmax(dim=1).tolist()]
     accuracy = float(np.mean([p == scene.combination for p, scene in zip(predicted, data.scenes)]))

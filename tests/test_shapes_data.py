@@ -57,6 +57,14 @@ def test_heldout_combinations_never_appear_in_training_data():
         assert not any(f"{colour} {shape}" in text for text in train.captions)
 
 
+def test_mirrored_scene_is_the_flipped_image():
+    scene = make_scene("red", "triangle", "small", 2, "left", seed=3)
+    assert scene.mirrored().position == "right"
+    assert torch.equal(render_scene(scene).flip(-1), render_scene(scene.mirrored()))
+    top = make_scene("blue", "cross", "large", 3, "top")
+    assert caption(top.mirrored()) == caption(top)
+
+
 def test_caption_examples():
     scene = make_scene("purple", "triangle", "small", 2, "top")
     assert caption(scene) == "two small purple triangles at the top"
