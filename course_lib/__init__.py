@@ -4,12 +4,14 @@ Each module teaches one idea of the lecture, in the order of the notebooks:
 
     patches      01  images -> patches -> ViT input embeddings
     shapes_data  02  seeded synthetic captioned images
-    tiny_clip    02  a tiny open_clip CLIP trained contrastively
+    tiny_clip    02  a tiny open_clip CLIP trained contrastively (training, cache: tiny_clip_training)
     zero_shot    03  classifiers from label text, prompt ensembles, multiple choice
     tiny_lm      04  a small decoder-only language model
-    connector    04  the LLaVA projector and the image/text splice
-    video        05  decoding video, sampling frames, a Perceiver resampler
-    audio        06  waveform -> log-mel features
+    connector    04  the LLaVA projector and the image/text splice (two-stage tuning: llava)
+    video        05  sampling frames, a Perceiver resampler, the temporal aggregator
+    video_io     05  writing and reading H.264 files with PyAV, keyframes and seeking
+    video_clips  05  synthetic clips and a task that needs time
+    audio        06  waveform -> log-mel features (Kaldi, Whisper, AST front ends: audio_variants)
     compression  07-09  quantization, pruning, distillation
     speculative  10  speculative decoding
 
