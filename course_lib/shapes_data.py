@@ -31,9 +31,23 @@ although each of their colours and shapes does, with other partners (``HELDOUT_C
 all 24.
 
 Images are ``(B, 3, H, W)`` float32 in [0, 1] (H = W = ``image_size``, 32 by default); the tiny CLIP
-takes them as they are, with no further normalisation. Everything is deterministic: scenes and
-pixels come from ``numpy.random.default_rng(seed)`` and elementwise float arithmetic, so the same
-seed gives the same tensors on any machine.
+takes them as they are, with no further normalisation. Everything is deterministic: scenes come from
+``numpy.random.default_rng(seed)``, and pixels are averaged over 4 x 4 sub-pixels (antialiasing),
+then rounded to 8-bit levels (k/255), so the same seed gives the same tensors on any machine.
+
+Public interface (later lessons rely on it):
+
+    make_dataset(num_images, split="train", seed=0, image_size=32) -> ShapesDataset
+        .images (B, 3, H, W) float32, .scenes list[Scene], .captions list[str]
+    Scene(colour, shape, size, count, position, centres)      .combination, .objects, .mirrored()
+    caption(scene, with_colour=True) -> "two small red circles on the left"
+    make_scene(colour, shape, size="large", count=1, position="left", seed=0) -> Scene
+    sample_scene(rng, split) -> Scene
+    SceneObject(shape, colour, size, x, y)    one shape anywhere; x, y fractions of the side
+    render_objects(objects, image_size=32) -> (3, H, W)      draws any objects (video frames)
+    render_scene(scene, image_size=32) -> (3, H, W)
+    COLOURS, SHAPES, SIZES, COUNTS, POSITIONS, COUNT_WORDS, POSITION_PHRASES, PLURALS, BACKGROUND
+    ALL_COMBINATIONS, TRAIN_COMBINATIONS, HELDOUT_COMBINATIONS, DATA_VERSION
 
 Drawing is separate from sampling: :func:`render_objects` draws any list of :class:`SceneObject`
 at any positions (lesson 05 moves them to make video frames), and :func:`render_scene` draws a
@@ -57,7 +71,7 @@ COLOURS: dict[str, tuple[float, float, float]] = {  # name -> RGB in [0, 1]
     "orange": (1.00, 0.55, 0.05),
 }
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "cross")
-SIZES: dict[str, float] = {"small": 0.12, "large": 0.165}  # name -> radius, as a fraction of the image side
+SIZES: dict[str, float] = {"small": 0.12, "large": 0.16}  # name -> radius, as a fraction of the image side
 COUNTS: tuple[int, ...] = (1, 2, 3)
 POSITIONS: tuple[str, ...] = ("left", "right", "top", "bottom")
 BACKGROUND = 0.08  # grey level of the empty canvas
@@ -77,7 +91,7 @@ SPLITS: dict[str, tuple[tuple[str, str], ...]] = {
     "train": TRAIN_COMBINATIONS, "heldout": HELDOUT_COMBINATIONS, "all": ALL_COMBINATIONS}
 
 # Bump when drawing or sampling changes, so that models cached on the old data are retrained.
-DATA_VERSION = 1
+DATA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -198,7 +212,7 @@ def _inside(shape: str, dx: np.ndarray, dy: np.ndarray, radius: float) -> np.nda
     if shape == "circle":
         return dx ** 2 + dy ** 2 <= radius ** 2
     if shape == "square":
-        half = 0.85 * radius  # a square of the same "radius" would look bigger than the circle
+        half = 0.9 * radius  # nearly as wide as the circle, so its corners stick out even when small
         return (np.abs(dx) <= half) & (np.abs(dy) <= half)
     if shape == "triangle":  # pointing up, base at y = +0.8 r, apex at y = -r
         base, apex = 0.8 * radius, -1.05 * radius

@@ -73,12 +73,30 @@ class TinyClipConfig:
     num_train_images: int = 5000  # scenes of the "train" split generated once, then sampled
     batch_size: int = 128  # n: image-caption pairs per step, no caption describing another image
     steps: int = 1600  # optimiser steps
-    learning_rate: float = 3e-3  # AdamW's peak learning rate
+    learning_rate: float = 5e-3  # AdamW's peak learning rate
     warmup_steps: int = 50  # linear warm-up, then a cosine decay to zero
     weight_decay: float = 0.1  # AdamW's, on matrices only (not biases, norms, embeddings, t)
-    greyscale_fraction: float = 0.3  # share of images shown in grey, their caption without colour
+    colourless_fraction: float = 0.5  # share of images repainted (grey or unnamed colour), caption without colour
     mirror: bool = True  # also train on every image flipped left-right ("left" <-> "right" in its caption)
     seed: int = 0  # seeds the weights, the training scenes and the batches
+
+    def __post_init__(self) -> None:
+        for name, value in vars(self).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+                raise ValueError(f"TinyClipConfig.{name} must not be negative, got {value}")
+        for name in ("image_size", "patch_size", "vision_width", "vision_layers", "vision_head_width",
+                     "context_length", "text_width", "text_heads", "text_layers", "embed_dim",
+                     "num_train_images", "batch_size", "steps"):
+            if getattr(self, name) == 0:
+                raise ValueError(f"TinyClipConfig.{name} must be positive")
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not divisible by patch_size {self.patch_size}")
+        if self.vision_width % self.vision_head_width or self.text_width % self.text_heads:
+            raise ValueError(f"widths must split evenly into heads: vision_width {self.vision_width} / "
+                             f"vision_head_width {self.vision_head_width}, text_width {self.text_width} / "
+                             f"text_heads {self.text_heads}")
+        if not 0 <= self.colourless_fraction <= 1:
+            raise ValueError(f"colourless_fraction must be in [0, 1], got {self.colourless_fraction}")
 
 
 def build_tiny_clip(config: TinyClipConfig | None = None) -> open_clip.CLIP:
@@ -92,8 +110,6 @@ def build_tiny_clip(config: TinyClipConfig | None = None) -> open_clip.CLIP:
         Conv2d(3, 64, kernel_size=(8, 8), stride=(8, 8), bias=False)
     """
     config = config or TinyClipConfig()
-    if config.image_size % config.patch_size:
-        raise ValueError(f"image_size {config.image_size} is not divisible by patch_size {config.patch_size}")
     vision_cfg = dict(image_size=config.image_size, patch_size=config.patch_size, width=config.vision_width,
                       layers=config.vision_layers, head_width=config.vision_head_width)
     text_cfg = dict(context_length=config.context_length, vocab_size=VOCAB_SIZE, width=config.text_width,

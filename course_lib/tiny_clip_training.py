@@ -9,11 +9,12 @@ Two details make the batches honest and the model general:
 - **No false negatives.** The loss treats every other caption of the batch as wrong for an image.
   If two images of a batch had the same caption, the loss would push an image away from a caption
   that describes it. :func:`sample_batch` never puts two such pairs in one batch.
-- **Grey copies.** A share of the images (``config.greyscale_fraction``) is shown in grey with the
-  colour left out of the caption ("two small triangles on the left"). Otherwise the image tower can
-  learn "yellow and pointy means cross" from the combinations it sees, and fail on a yellow triangle
-  it has never seen; in grey it must recognise a triangle by its shape alone. A colourless caption
-  describes a scene of *any* colour, so the sampler keeps those out of each other's batches too.
+- **Colourless copies.** A share of the images (``config.colourless_fraction``) is repainted, in
+  grey or in a random colour that no caption names, and its caption leaves the colour out ("two
+  small triangles on the left"). Otherwise the image tower can learn "yellow and pointy means
+  cross" from the combinations it sees, and fail on a yellow triangle it has never seen; a repainted
+  triangle can only be recognised by its shape. A colourless caption describes a scene of *any*
+  colour, so the sampler keeps those out of each other's batches too.
 
 ``load_or_train_tiny_clip()`` is what lessons 03-05 call: it loads the weights from
 ``course_lib.runtime.cache_dir()`` (saved with their config and a SHA-256 checksum, read back with
@@ -40,13 +41,14 @@ from tqdm.auto import tqdm
 
 from course_lib import shapes_data
 from course_lib.runtime import cache_dir
-from course_lib.shapes_data import ALL_COMBINATIONS, Scene, ShapesDataset, caption
+from course_lib.shapes_data import ALL_COMBINATIONS, BACKGROUND, COLOURS, Scene, ShapesDataset, caption
 from course_lib.tiny_clip import (TinyClipConfig, build_tiny_clip, clamp_logit_scale_, contrastive_loss,
                                   encode_images, encode_texts, get_tokenizer, tokenize)
 
 CACHE_FORMAT = 1  # bump when the file layout changes
 HELD_IN_TEST_SEED, HELDOUT_TEST_SEED = 1, 2  # test scenes; the training scenes use config.seed (0)
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601 weights of R, G, B in the perceived brightness
+UNNAMED_DISTANCE = 0.35  # a repainting colour is at least this far (RGB distance) from every named colour
 
 
 @dataclass
@@ -70,44 +72,73 @@ class TrainedTinyClip:
     source: str = ""  # "trained" or "cache: <path>", for the notebook to say where it came from
 
 
-def greyscale(images: torch.Tensor) -> torch.Tensor:
-    """Grey versions of ``(B, 3, H, W)`` images: each pixel's brightness in all three channels."""
-    weights = torch.tensor(LUMA, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
-    return (images * weights).sum(dim=1, keepdim=True).expand_as(images)  # (B, 1, H, W) -> (B, 3, H, W)
+def repaint(images: torch.Tensor, old_colours: torch.Tensor, new_colours: torch.Tensor) -> torch.Tensor:
+    """Repaint the shapes of ``(B, 3, H, W)`` images, each drawn in one colour, in another colour.
+
+    A pixel of a drawn scene is ``background + coverage * (colour - background)``, where coverage in
+    [0, 1] is the share of the pixel the shapes cover (less than 1 on antialiased edges). Projecting
+    the pixel on ``colour - background`` recovers the coverage; the new colour is painted with it.
+
+    Args:
+        images: ``(B, 3, H, W)`` from :mod:`course_lib.shapes_data`.
+        old_colours: ``(B, 3)`` RGB of each image's shapes; ``new_colours``: ``(B, 3)`` to paint.
+    """
+    B = images.shape[0]
+    old = (old_colours - BACKGROUND).view(B, 3, 1, 1)
+    coverage = ((images - BACKGROUND) * old).sum(dim=1, keepdim=True) / (old ** 2).sum(dim=1, keepdim=True)  # (B, 1, H, W)
+    return BACKGROUND + coverage.clamp(0, 1) * (new_colours - BACKGROUND).view(B, 3, 1, 1)  # (B, 3, H, W)
+
+
+def colourless_colours(rng: np.random.Generator, old_colours: torch.Tensor) -> torch.Tensor:
+    """New colours for colourless copies: half the time grey of the same brightness, half the time a
+    random colour that is none of the named ones. ``(B, 3)`` -> ``(B, 3)``."""
+    named = np.array(list(COLOURS.values()))  # (6, 3)
+    new_colours = []
+    for old in old_colours.tolist():
+        if rng.random() < 0.5:
+            new_colours.append([float(np.dot(LUMA, old))] * 3)  # grey, as bright as the old colour
+            continue
+        while True:  # rejection sampling: a colour far from every named one, and from the background
+            colour = rng.uniform(0, 1, size=3)
+            if (np.linalg.norm(named - colour, axis=1).min() > UNNAMED_DISTANCE
+                    and np.linalg.norm(colour - BACKGROUND) > UNNAMED_DISTANCE):
+                new_colours.append(colour.tolist())
+                break
+    return torch.tensor(new_colours, dtype=old_colours.dtype)
 
 
 def sample_batch(rng: np.random.Generator, scenes: list[Scene], batch_size: int,
-                 greyscale_fraction: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+                 colourless_fraction: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Draw a batch in which no caption also describes another image of the batch.
 
     A coloured caption ("two small red triangles on the left") describes every scene with those
-    five attributes; a grey one ("two small triangles on the left") every scene with those four,
-    whatever its colour. Candidates are drawn at random and skipped if they clash with one already
-    taken.
+    five attributes; a colourless one ("two small triangles on the left") every scene with those
+    four, whatever its colour. Candidates are drawn at random, a share ``colourless_fraction`` of
+    them made colourless, and skipped if they clash with one already taken.
 
     Returns:
-        ``indices`` (B,) into ``scenes`` and ``grey`` (B,) bool, which ones to show in grey.
+        ``indices`` (B,) into ``scenes`` and ``colourless`` (B,) bool: which ones to repaint.
     """
     taken_coloured = set()  # (colour, shape, size, count, position) of each coloured caption taken
-    taken_grey = set()  # (shape, size, count, position) of each grey caption taken
-    taken_any = set()  # (shape, size, count, position) of each image taken, grey or not
-    indices, grey = [], []
+    taken_colourless = set()  # (shape, size, count, position) of each colourless caption taken
+    taken_any = set()  # (shape, size, count, position) of each image taken
+    indices, colourless = [], []
     for index in rng.permutation(len(scenes)):
-        scene, is_grey = scenes[index], bool(rng.random() < greyscale_fraction)
+        scene, is_colourless = scenes[index], bool(rng.random() < colourless_fraction)
         facts = (scene.shape, scene.size, scene.count, scene.position)
-        if is_grey:
+        if is_colourless:
             if facts in taken_any:  # "two small triangles on the left" would fit an image already taken
                 continue
-            taken_grey.add(facts)
+            taken_colourless.add(facts)
         else:
-            if (scene.colour, *facts) in taken_coloured or facts in taken_grey:  # same caption, or a grey
-                continue  # caption already taken describes this image
+            if (scene.colour, *facts) in taken_coloured or facts in taken_colourless:  # same caption, or
+                continue  # a colourless caption already taken describes this image
             taken_coloured.add((scene.colour, *facts))
         taken_any.add(facts)
         indices.append(index)
-        grey.append(is_grey)
+        colourless.append(is_colourless)
         if len(indices) == batch_size:
-            return np.array(indices), np.array(grey)
+            return np.array(indices), np.array(colourless)
     raise ValueError(f"only {len(indices)} of {len(scenes)} scenes can share a batch without a shared "
                      f"caption; lower batch_size ({batch_size}) or raise num_train_images")
 
@@ -129,7 +160,8 @@ def _optimizer(model: torch.nn.Module, config: TinyClipConfig) -> torch.optim.Ad
 
 
 def train_tiny_clip(config: TinyClipConfig | None = None, *, progress: bool = True,
-                    loss_fn: Callable[..., torch.Tensor] = contrastive_loss) -> TrainedTinyClip:
+                    loss_fn: Callable[..., torch.Tensor] = contrastive_loss,
+                    num_threads: int | None = 1) -> TrainedTinyClip:
     """Train a tiny CLIP from scratch on the "train" split of :mod:`course_lib.shapes_data`.
 
     Deterministic: the same config gives the same weights on the same machine.
@@ -138,11 +170,25 @@ def train_tiny_clip(config: TinyClipConfig | None = None, *, progress: bool = Tr
         config: model and training settings; the default is the course's (about a minute on 2 cores).
         progress: show a ``tqdm`` progress bar with the running loss.
         loss_fn: ``(image_features, text_features, logit_scale) -> loss``, contrastive_loss by default.
+        num_threads: torch's CPU threads while training, restored afterwards; ``None`` keeps the
+            current setting. One by default: this model's operations are too small to gain much
+            from a second thread, and on a busy machine two threads that wait for each other at
+            every operation can make training several times slower.
 
     Returns:
         A :class:`TrainedTinyClip` with the model in eval mode and its :class:`TrainingMetrics`.
     """
     config = config or TinyClipConfig()
+    threads_before = torch.get_num_threads()
+    if num_threads is not None:
+        torch.set_num_threads(num_threads)
+    try:
+        return _train(config, progress, loss_fn)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _train(config: TinyClipConfig, progress: bool, loss_fn: Callable[..., torch.Tensor]) -> TrainedTinyClip:
     start = time.perf_counter()
     data = shapes_data.make_dataset(config.num_train_images, "train", seed=config.seed, image_size=config.image_size)
     if config.mirror:  # twice the images for free: flip each one, and swap left and right in its scene
@@ -151,7 +197,8 @@ def train_tiny_clip(config: TinyClipConfig | None = None, *, progress: bool = Tr
                              [caption(scene) for scene in scenes], "train", config.seed)
     tokenizer = get_tokenizer(config)
     coloured_tokens = tokenize(tokenizer, data.captions)  # (N, L)
-    grey_tokens = tokenize(tokenizer, [caption(scene, with_colour=False) for scene in data.scenes])  # (N, L)
+    colourless_tokens = tokenize(tokenizer, [caption(scene, with_colour=False) for scene in data.scenes])  # (N, L)
+    scene_colours = torch.tensor([COLOURS[scene.colour] for scene in data.scenes])  # (N, 3)
     model = build_tiny_clip(config)
     optimizer = _optimizer(model, config)
     rng = np.random.default_rng(config.seed)
@@ -159,11 +206,15 @@ def train_tiny_clip(config: TinyClipConfig | None = None, *, progress: bool = Tr
     model.train()
     bar = tqdm(range(config.steps), desc="training tiny CLIP", disable=not progress, mininterval=0.5)
     for step in bar:
-        indices, grey = sample_batch(rng, data.scenes, config.batch_size, config.greyscale_fraction)
-        is_grey = torch.from_numpy(grey)  # (B,)
-        images = data.images[indices]  # (B, 3, H, W)
-        images = torch.where(is_grey.view(-1, 1, 1, 1), greyscale(images), images)
-        tokens = torch.where(is_grey.view(-1, 1), grey_tokens[indices], coloured_tokens[indices])  # (B, L)
+        indices, colourless = sample_batch(rng, data.scenes, config.batch_size, config.colourless_fraction)
+        images = data.images[indices]  # (B, 3, H, W), a copy
+        tokens = coloured_tokens[indices]  # (B, L), a copy
+        if colourless.any():  # repaint those images, and take their captions without colour
+            chosen = indices[colourless]  # (b,)
+            repainted = repaint(images[torch.from_numpy(colourless)], scene_colours[chosen],
+                                colourless_colours(rng, scene_colours[chosen]))  # (b, 3, H, W)
+            images[torch.from_numpy(colourless)] = repainted
+            tokens[torch.from_numpy(colourless)] = colourless_tokens[chosen]
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(step, config)
 

@@ -136,6 +136,15 @@ def test_tokenize_bad_input():
         tokenize(tokenizer, "a very long caption " * 5)
 
 
+def test_config_bad_values():
+    with pytest.raises(ValueError, match="not divisible by patch_size 5"):
+        TinyClipConfig(patch_size=5)
+    with pytest.raises(ValueError, match="steps must be positive"):
+        TinyClipConfig(steps=0)
+    with pytest.raises(ValueError, match="colourless_fraction must be in"):
+        TinyClipConfig(colourless_fraction=1.5)
+
+
 def test_encode_images_wrong_size():
     with pytest.raises(ValueError, match=r"\(16, 16\) pixels but this model takes \(32, 32\)"):
         encode_images(build_tiny_clip(TINY), torch.rand(2, 3, 16, 16))
@@ -147,12 +156,12 @@ def test_batches_hold_no_caption_that_describes_another_image():
     data = shapes_data.make_dataset(400, "train", seed=0)
     rng = np.random.default_rng(0)
     for _ in range(20):
-        indices, grey = sample_batch(rng, data.scenes, 64, greyscale_fraction=0.3)
+        indices, grey = sample_batch(rng, data.scenes, 64, colourless_fraction=0.3)
         texts = [shapes_data.caption(data.scenes[i], with_colour=not g) for i, g in zip(indices, grey)]
         assert len(set(texts)) == len(texts)
         colourless = [shapes_data.caption(data.scenes[i], with_colour=False) for i in indices]
         for text, g in zip(texts, grey):
-            if g:  # a grey caption describes every scene with the same colourless caption
+            if g:  # a colourless caption describes every scene with the same facts
                 assert colourless.count(text) == 1
     with pytest.raises(ValueError, match="lower batch_size"):
         sample_batch(rng, data.scenes[:10], 64)
@@ -177,13 +186,7 @@ def test_training_with_open_clip_loss_gives_the_same_run():
 
 # ---------------------------------------------------------------------------------------------- cache
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("COURSE_LIB_CACHE", str(tmp_path))
-    return tmp_path
-
-
-def test_cache_round_trip(cache):
+def test_cache_round_trip(private_cache):
     trained = load_or_train_tiny_clip(TINY, progress=False)
     assert trained.source == "trained" and cache_path(TINY).is_file()
     loaded = load_or_train_tiny_clip(TINY, progress=False)
@@ -194,12 +197,12 @@ def test_cache_round_trip(cache):
     assert loaded.metrics == trained.metrics and loaded.config == TINY
 
 
-def test_other_config_other_file(cache):
+def test_other_config_other_file(private_cache):
     assert cache_path(TINY) != cache_path(dataclasses.replace(TINY, seed=1))
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "tampered", "wrong_config"])
-def test_corrupt_cache_is_retrained_with_a_warning(cache, damage):
+def test_corrupt_cache_is_retrained_with_a_warning(private_cache, damage):
     trained = load_or_train_tiny_clip(TINY, progress=False)
     path = cache_path(TINY)
     if damage == "garbage":
