@@ -340,7 +340,7 @@ class LlavaConfig:
     # LLaVA: stage 1 at lr 1e-3 (batch 256), stage 2 at 2e-5 on a 7B LM. A tiny LM trained from
     # scratch learns at larger rates, and a batch of 64 here.
     stage1: StageConfig = field(default_factory=lambda: StageConfig(steps=600, learning_rate=2e-3))
-    stage2: StageConfig = field(default_factory=lambda: StageConfig(steps=1500, learning_rate=2e-3, turns=3))
+    stage2: StageConfig = field(default_factory=lambda: StageConfig(steps=1500, learning_rate=3e-3, turns=3))
 
 
 @dataclass

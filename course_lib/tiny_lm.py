@@ -42,8 +42,8 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from course_lib.runtime import cache_dir
-from course_lib.shapes_data import (COLOURS, COUNT_WORDS, COUNTS, PLURALS, POSITION_PHRASES, POSITIONS, SHAPES,
-                                    SIZES, Scene, caption, sample_scene)
+from course_lib.shapes_data import (COLOURS, COUNT_WORDS, COUNTS, DATA_VERSION, PLURALS, POSITION_PHRASES, POSITIONS,
+                                    SHAPES, SIZES, Scene, caption, sample_scene)
 
 # ----------------------------------------------------------------------------------------------
 # The scene language: vocabulary, tokenizer, questions and answers
@@ -523,12 +523,13 @@ def load_or_train_tiny_lm(config: TinyLMConfig = TinyLMConfig(), train: LMTrainC
                           progress: bool = True) -> TrainedLM:
     """The pretrained tiny LM from the cache, or trained now (a few seconds) and cached.
 
-    The cache file's name holds a hash of the configs, the vocabulary and :data:`TEXT_VERSION`; its
+    The cache file's name holds a hash of the configs, the vocabulary, :data:`TEXT_VERSION` and the
+    scenes' ``DATA_VERSION`` (the corpus is written from sampled scenes); its
     JSON sidecar holds the same settings and the file's SHA-256. A corrupt or mismatched file is
     retrained, with a warning that says why.
     """
     settings = {"config": asdict(config), "train": asdict(train), "vocabulary": list(VOCABULARY),
-                "text_version": TEXT_VERSION}
+                "text_version": TEXT_VERSION, "data_version": DATA_VERSION}
     path = cache_dir() / "tiny_lm" / f"tiny_lm-{settings_key(settings)}.pt"
     tensors, description, problem = load_checkpoint(path, settings)
     if tensors is not None:

@@ -14,8 +14,9 @@ from course_lib import shapes_data, tiny_clip_training
 from course_lib.patches import patchify
 from course_lib.tiny_clip import (INIT_LOGIT_SCALE, TinyClipConfig, build_tiny_clip, clamp_logit_scale_,
                                   contrastive_loss, encode_images, encode_texts, get_tokenizer, tokenize)
-from course_lib.tiny_clip_training import (CacheError, TrainedTinyClip, cache_path, load_or_train_tiny_clip,
-                                           load_trained, sample_batch, save_trained, train_tiny_clip)
+from course_lib.tiny_clip_training import (UNNAMED_DISTANCE, CacheError, TrainedTinyClip, cache_path,
+                                           colourless_colours, load_or_train_tiny_clip, load_trained, repaint,
+                                           sample_batch, save_trained, train_tiny_clip)
 
 torch.set_num_threads(1)  # tiny models: one thread is fastest, and robust on a busy machine
 
@@ -165,6 +166,27 @@ def test_batches_hold_no_caption_that_describes_another_image():
                 assert colourless.count(text) == 1
     with pytest.raises(ValueError, match="lower batch_size"):
         sample_batch(rng, data.scenes[:10], 64)
+
+
+def test_repaint_keeps_the_drawing_and_changes_the_colour():
+    data = shapes_data.make_dataset(6, "train", seed=0)
+    colours = torch.tensor([shapes_data.COLOURS[scene.colour] for scene in data.scenes])  # (6, 3)
+    assert torch.allclose(repaint(data.images, colours, colours), data.images, atol=3 / 255)
+    green = torch.tensor(shapes_data.COLOURS["green"]).expand(6, 3)
+    for scene, image in zip(data.scenes[:1], repaint(data.images[:1], colours[:1], green[:1])):
+        expected = shapes_data.render_objects([dataclasses.replace(o, colour="green") for o in scene.objects])
+        assert torch.allclose(image, expected, atol=3 / 255)
+
+
+def test_colourless_copies_never_use_a_named_colour():
+    # otherwise a repainted triangle could look like a held-out "purple triangle"
+    named = torch.tensor(list(shapes_data.COLOURS.values()))
+    old = named[torch.arange(200) % 6]  # (200, 3)
+    new = colourless_colours(np.random.default_rng(0), old)
+    distances = torch.cdist(new, named)  # (200, 6)
+    assert distances.min() > UNNAMED_DISTANCE
+    greys = (new[:, 0] == new[:, 1]) & (new[:, 1] == new[:, 2])
+    assert 60 < greys.sum() < 140  # about half grey, half an unnamed colour
 
 
 def test_a_few_steps_lower_the_loss_and_training_is_deterministic():
