@@ -51,4 +51,6 @@ def interactive_figure(draw: Callable[..., Figure], **controls: widgets.ValueWid
         _show(draw(**values))
 
     output = widgets.interactive_output(redraw, controls)
-    return widgets.VBox([widgets.HBox(list(controls.values())), output])
+    # Controls that do not fit on one line wrap onto the next instead of squeezing each other.
+    row = widgets.HBox(list(controls.values()), layout=widgets.Layout(flex_flow="row wrap"))
+    return widgets.VBox([row, output])

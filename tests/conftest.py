@@ -20,6 +20,9 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if str(item.fspath).endswith(".ipynb"):
             item.add_marker(pytest.mark.notebooks)
+    # The browser tests go last: by then the notebooks have trained and cached the tiny models,
+    # so the lessons they open load in seconds instead of training inside the browser.
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
 
 
 os.environ.setdefault("JUPYTER_PREFER_ENV_PATH", "1")
