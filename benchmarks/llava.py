@@ -12,7 +12,7 @@ shape, count, position, yes/no); caption exact match is the whole caption right,
 Target: >= 90 % answer accuracy on held-out images after stage 2, with all training (LM + both
 stages) under 3 minutes on 2 CPU cores.
 
-Run: ``python benchmarks/llava.py [--threads 1] [--images 600]``. Nothing is read from or written to
+Run: ``python benchmarks/llava.py [--threads 2] [--images 600]``. Nothing is read from or written to
 the cache except the tiny CLIP. The last line printed is one JSON object (fractions in [0, 1],
 times in seconds). ``train_seconds`` is wall-clock time; ``train_cpu_seconds`` the process's CPU time
 over all its threads, which other jobs on a shared machine inflate far less than the wall clock.
@@ -29,7 +29,7 @@ import torch
 
 from course_lib.llava import LlavaConfig, answer_accuracy, build_llava, caption_instructions, question_instructions
 from course_lib.llava import train_stage, vision_tower
-from course_lib.runtime import seed_everything
+from course_lib.runtime import TRAINING_THREADS, seed_everything
 from course_lib.shapes_data import make_dataset
 from course_lib.tiny_clip import load_or_train_tiny_clip
 from course_lib.tiny_lm import QUESTION_KINDS, LMTrainConfig, TinyLMConfig, TrainedLM, WordTokenizer, train_tiny_lm
@@ -37,9 +37,8 @@ from course_lib.tiny_lm import QUESTION_KINDS, LMTrainConfig, TinyLMConfig, Trai
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads; 1 is fastest for these tiny models (2 threads spend more time "
-                             "synchronising than computing, and far more on a busy machine)")
+    parser.add_argument("--threads", type=int, default=TRAINING_THREADS,
+                        help="torch threads (default 2, as the notebook; on a busy machine 1 can be faster)")
     parser.add_argument("--images", type=int, default=600, help="test images per held-out set")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from course_lib.connector import (IGNORE_INDEX, SplicedSequence, build_projector, pad_batch, set_trainable,
                                   splice_conversation)
-from course_lib.runtime import cache_dir
+from course_lib.runtime import TRAINING_THREADS, cache_dir, torch_threads
 from course_lib.shapes_data import DATA_VERSION, Scene, make_dataset
 from course_lib.tiny_lm import (QUESTION_KINDS, TEXT_VERSION, Generation, TinyLM, TrainedLM, WordTokenizer,
                                 accepted_answers, ask, cosine_schedule, encode_chat, generate_greedy, load_checkpoint,
@@ -388,8 +388,10 @@ def load_or_train_llava(clip=None, lm: TrainedLM | None = None, config: LlavaCon
         config: data, projector and the two stages' settings.
         progress: show progress bars while training.
 
-    The cache key holds the config, the data and text versions and fingerprints of the tower's and
-    the LM's weights; the file holds the projector after stage 1 and the projector + LM after stage 2.
+    Training runs on :data:`~course_lib.runtime.TRAINING_THREADS` threads, so that every machine
+    trains the same weights. The cache key holds the config, the data and text versions, the thread
+    count and fingerprints of the tower's and the LM's weights; the file holds the projector after
+    stage 1 and the projector + LM after stage 2.
     """
     if clip is None:
         from course_lib.tiny_clip import load_or_train_tiny_clip  # lesson 02
@@ -397,7 +399,7 @@ def load_or_train_llava(clip=None, lm: TrainedLM | None = None, config: LlavaCon
     lm = load_or_train_tiny_lm(progress=progress) if lm is None else lm
     vision = vision_tower(clip)
     settings = {"config": asdict(config), "data_version": DATA_VERSION, "text_version": TEXT_VERSION,
-                "vision": state_fingerprint(vision), "lm": state_fingerprint(lm.model)}
+                "threads": TRAINING_THREADS, "vision": state_fingerprint(vision), "lm": state_fingerprint(lm.model)}
     path = cache_dir() / "llava" / f"llava-{settings_key(settings)}.pt"
     initial = build_llava(vision, lm, config)
     stage1, stage2 = copy.deepcopy(initial), copy.deepcopy(initial)
@@ -411,13 +413,15 @@ def load_or_train_llava(clip=None, lm: TrainedLM | None = None, config: LlavaCon
     if problem:
         warnings.warn(f"the cached LLaVA {path} is not usable: {problem}; training it again", stacklevel=2)
     train = make_dataset(config.num_train_images, "train", seed=config.data_seed, image_size=vision.image_size[0])
-    features = initial.image_features(train.images)  # (num_images, N, Dv), once: the tower is frozen
-    start = time.perf_counter()
-    stage1_losses = train_stage(stage1, features, caption_instructions(train.scenes), 1, config.stage1, progress)
-    stage1_seconds = time.perf_counter() - start
-    stage2.projector.load_state_dict(stage1.projector.state_dict())  # stage 2 starts where stage 1 ended
-    stage2_data = question_instructions(train.scenes, config.data_seed, config.yes_no_per_image)
-    stage2_losses = train_stage(stage2, features, stage2_data, 2, config.stage2, progress)
+    with torch_threads(TRAINING_THREADS):
+        features = initial.image_features(train.images)  # (num_images, N, Dv), once: the tower is frozen
+        start = time.perf_counter()
+        stage1_losses = train_stage(stage1, features, caption_instructions(train.scenes), 1, config.stage1,
+                                    progress)
+        stage1_seconds = time.perf_counter() - start
+        stage2.projector.load_state_dict(stage1.projector.state_dict())  # stage 2 starts where stage 1 ended
+        stage2_data = question_instructions(train.scenes, config.data_seed, config.yes_no_per_image)
+        stage2_losses = train_stage(stage2, features, stage2_data, 2, config.stage2, progress)
     metrics = {"stage1_losses": stage1_losses, "stage2_losses": stage2_losses, "stage1_seconds": stage1_seconds,
                "stage2_seconds": time.perf_counter() - start - stage1_seconds}
     save_checkpoint(path, {"stage1_projector": stage1.projector.state_dict(),

@@ -40,7 +40,7 @@ import torch
 from tqdm.auto import tqdm
 
 from course_lib import shapes_data
-from course_lib.runtime import cache_dir
+from course_lib.runtime import TRAINING_THREADS, cache_dir, torch_threads
 from course_lib.shapes_data import ALL_COMBINATIONS, BACKGROUND, COLOURS, Scene, ShapesDataset, caption
 from course_lib.tiny_clip import (TinyClipConfig, build_tiny_clip, clamp_logit_scale_, contrastive_loss,
                                   encode_images, encode_texts, get_tokenizer, tokenize)
@@ -161,7 +161,7 @@ def _optimizer(model: torch.nn.Module, config: TinyClipConfig) -> torch.optim.Ad
 
 def train_tiny_clip(config: TinyClipConfig | None = None, *, progress: bool = True,
                     loss_fn: Callable[..., torch.Tensor] = contrastive_loss,
-                    num_threads: int | None = 2) -> TrainedTinyClip:
+                    num_threads: int | None = TRAINING_THREADS) -> TrainedTinyClip:
     """Train a tiny CLIP from scratch on the "train" split of :mod:`course_lib.shapes_data`.
 
     Deterministic: the same config gives the same weights on the same machine.
@@ -171,24 +171,16 @@ def train_tiny_clip(config: TinyClipConfig | None = None, *, progress: bool = Tr
         progress: show a ``tqdm`` progress bar with the running loss.
         loss_fn: ``(image_features, text_features, logit_scale) -> loss``, contrastive_loss by default.
         num_threads: torch's CPU threads while training, restored afterwards; ``None`` keeps the
-            current setting. Two by default, the course's 2 cores: about 56 s for the default
-            config, against 77 s with one thread. The count is fixed rather than "all cores"
-            because it changes the order in which sums are added up, hence the weights: with a
-            fixed count a 16-core machine trains the same model as a 2-core one. On a machine
-            busy with other work, 1 is faster: two threads that wait for each other at every
-            small operation can slow training down several times.
+            current setting. :data:`~course_lib.runtime.TRAINING_THREADS` (2) by default: about
+            56 s for the default config on 2 idle cores, 77 s on one thread. Another count trains
+            slightly different weights; on a busy machine 1 can be faster (see ``torch_threads``).
 
     Returns:
         A :class:`TrainedTinyClip` with the model in eval mode and its :class:`TrainingMetrics`.
     """
     config = config or TinyClipConfig()
-    threads_before = torch.get_num_threads()
-    if num_threads is not None:
-        torch.set_num_threads(num_threads)
-    try:
+    with torch_threads(num_threads):
         return _train(config, progress, loss_fn)
-    finally:
-        torch.set_num_threads(threads_before)
 
 
 def _train(config: TinyClipConfig, progress: bool, loss_fn: Callable[..., torch.Tensor]) -> TrainedTinyClip:

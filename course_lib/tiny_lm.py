@@ -41,7 +41,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from course_lib.runtime import cache_dir
+from course_lib.runtime import TRAINING_THREADS, cache_dir, torch_threads
 from course_lib.shapes_data import (COLOURS, COUNT_WORDS, COUNTS, DATA_VERSION, PLURALS, POSITION_PHRASES, POSITIONS,
                                     SHAPES, SIZES, Scene, caption, sample_scene)
 
@@ -523,13 +523,14 @@ def load_or_train_tiny_lm(config: TinyLMConfig = TinyLMConfig(), train: LMTrainC
                           progress: bool = True) -> TrainedLM:
     """The pretrained tiny LM from the cache, or trained now (a few seconds) and cached.
 
-    The cache file's name holds a hash of the configs, the vocabulary, :data:`TEXT_VERSION` and the
-    scenes' ``DATA_VERSION`` (the corpus is written from sampled scenes); its
-    JSON sidecar holds the same settings and the file's SHA-256. A corrupt or mismatched file is
-    retrained, with a warning that says why.
+    It trains on :data:`~course_lib.runtime.TRAINING_THREADS` threads, so that every machine trains
+    the same weights. The cache file's name holds a hash of the configs, the vocabulary,
+    :data:`TEXT_VERSION`, the scenes' ``DATA_VERSION`` (the corpus is written from sampled scenes)
+    and the thread count; its JSON sidecar holds the same settings and the file's SHA-256. A corrupt
+    or mismatched file is retrained, with a warning that says why.
     """
     settings = {"config": asdict(config), "train": asdict(train), "vocabulary": list(VOCABULARY),
-                "text_version": TEXT_VERSION, "data_version": DATA_VERSION}
+                "text_version": TEXT_VERSION, "data_version": DATA_VERSION, "threads": TRAINING_THREADS}
     path = cache_dir() / "tiny_lm" / f"tiny_lm-{settings_key(settings)}.pt"
     tensors, description, problem = load_checkpoint(path, settings)
     if tensors is not None:
@@ -540,7 +541,8 @@ def load_or_train_tiny_lm(config: TinyLMConfig = TinyLMConfig(), train: LMTrainC
     if problem:
         warnings.warn(f"the cached tiny LM {path} is not usable: {problem}; training it again", stacklevel=2)
     start = time.perf_counter()
-    model, losses = train_tiny_lm(config, train, progress)
+    with torch_threads(TRAINING_THREADS):
+        model, losses = train_tiny_lm(config, train, progress)
     metrics = {"losses": losses, "train_seconds": time.perf_counter() - start}
     save_checkpoint(path, {"model": model.state_dict()}, {**settings, "metrics": metrics})
     return TrainedLM(model, WordTokenizer(), config, train, metrics,

@@ -12,7 +12,7 @@ from nbformat.v4 import new_code_cell, new_notebook, new_output
 
 from course_lib import nbtools
 from course_lib.doctor import check_environment
-from course_lib.runtime import cache_dir, data_dir, seed_everything
+from course_lib.runtime import cache_dir, data_dir, seed_everything, torch_threads
 from course_lib.widgets import interactive_figure
 
 matplotlib.use("Agg")
@@ -25,6 +25,21 @@ def test_seed_everything_is_deterministic():
     assert torch.equal(first, torch.rand(4))
     with pytest.raises(ValueError, match="-1"):
         seed_everything(-1)
+
+
+def test_torch_threads_sets_then_restores_the_count():
+    before = torch.get_num_threads()
+    with torch_threads(3):
+        assert torch.get_num_threads() == 3
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError), torch_threads(1):
+        raise RuntimeError("the body failed")
+    assert torch.get_num_threads() == before  # restored even then
+    with torch_threads(None):
+        assert torch.get_num_threads() == before
+    for bad in (0, 1.5, "2"):
+        with pytest.raises(ValueError, match="positive int"), torch_threads(bad):
+            pass
 
 
 def test_cache_dir_follows_environment(private_cache):
