@@ -1,7 +1,6 @@
 """Tests for course_lib.zero_shot: shapes, agreement with open_clip's builder, invariants, bad input."""
 
 import numpy as np
-import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
@@ -18,19 +17,6 @@ from course_lib.zero_shot import (CAPTION_TEMPLATES, CaptionTemplate, FusionClas
 
 NAMES = ["red circle", "blue square", "green cross", "yellow triangle", "purple circle"]
 TEMPLATES = ["one large {} on the left", "two small {} at the top", "a {}"]
-
-
-@pytest.fixture(scope="module")
-def model():
-    """A tiny untrained open_clip CLIP (the configuration in the course's FACTS); D = 32."""
-    torch.manual_seed(0)
-    return open_clip.CLIP(32, dict(image_size=32, patch_size=8, width=64, layers=2, head_width=32),
-                          dict(context_length=16, vocab_size=49408, width=64, heads=2, layers=2)).eval()
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return open_clip.SimpleTokenizer(context_length=16)
 
 
 @pytest.fixture(scope="module")
