@@ -291,9 +291,10 @@ def evaluate_tiny_clip(trained: TrainedTinyClip, num_images: int = 600) -> dict[
 
 
 def _config_record(config: TinyClipConfig) -> dict:
-    """What the weights depend on: the config, the data's version and the open_clip version."""
+    """What the weights depend on: the config, the data's version, the open_clip version and the
+    thread count that :func:`load_or_train_tiny_clip` trains with."""
     return {"config": asdict(config), "data_version": shapes_data.DATA_VERSION,
-            "open_clip": open_clip.__version__, "format": CACHE_FORMAT}
+            "open_clip": open_clip.__version__, "format": CACHE_FORMAT, "training_threads": TRAINING_THREADS}
 
 
 def cache_path(config: TinyClipConfig | None = None) -> Path:
