@@ -24,7 +24,6 @@ vision tower never trains, so its features are computed once and reused for ever
 from __future__ import annotations
 
 import copy
-import hashlib
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -37,11 +36,12 @@ from tqdm.auto import tqdm
 
 from course_lib.connector import (IGNORE_INDEX, SplicedSequence, build_projector, pad_batch, set_trainable,
                                   splice_conversation)
-from course_lib.runtime import TRAINING_THREADS, cache_dir, torch_threads
+from course_lib.runtime import (TRAINING_THREADS, cache_dir, load_checkpoint, save_checkpoint, settings_key,
+                                state_dict_sha256, torch_threads)
 from course_lib.shapes_data import DATA_VERSION, Scene, make_dataset
 from course_lib.tiny_lm import (QUESTION_KINDS, TEXT_VERSION, Generation, TinyLM, TrainedLM, WordTokenizer,
-                                accepted_answers, ask, cosine_schedule, encode_chat, generate_greedy, load_checkpoint,
-                                load_or_train_tiny_lm, next_token_loss, save_checkpoint, settings_key)
+                                accepted_answers, ask, cosine_schedule, encode_chat, generate_greedy,
+                                load_or_train_tiny_lm, next_token_loss)
 
 
 def patch_features(visual: VisionTransformer, images: torch.Tensor, layer: int = -2) -> torch.Tensor:
@@ -365,11 +365,7 @@ def vision_tower(clip) -> VisionTransformer:
 
 def state_fingerprint(module: nn.Module) -> str:
     """SHA-256 of a module's weights: a cached LLaVA is valid only for the exact tower and LM it was trained on."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()[:16]
+    return state_dict_sha256(module.state_dict())[:16]
 
 
 def build_llava(vision: VisionTransformer, lm: TrainedLM, config: LlavaConfig) -> LlavaModel:

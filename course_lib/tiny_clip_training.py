@@ -24,8 +24,6 @@ trains again (about a minute on two CPU cores) and saves them.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import time
@@ -40,7 +38,7 @@ import torch
 from tqdm.auto import tqdm
 
 from course_lib import shapes_data
-from course_lib.runtime import TRAINING_THREADS, cache_dir, torch_threads
+from course_lib.runtime import TRAINING_THREADS, cache_dir, settings_key, state_dict_sha256, torch_threads
 from course_lib.shapes_data import ALL_COMBINATIONS, BACKGROUND, COLOURS, Scene, ShapesDataset, caption
 from course_lib.tiny_clip import (TinyClipConfig, build_tiny_clip, clamp_logit_scale_, contrastive_loss,
                                   encode_images, encode_texts, get_tokenizer, tokenize)
@@ -299,18 +297,7 @@ def _config_record(config: TinyClipConfig) -> dict:
 
 def cache_path(config: TinyClipConfig | None = None) -> Path:
     """Where the weights for ``config`` are cached: one file per distinct config."""
-    record = json.dumps(_config_record(config or TinyClipConfig()), sort_keys=True)
-    return cache_dir() / f"tiny_clip_{hashlib.sha256(record.encode()).hexdigest()[:16]}.pt"
-
-
-def state_dict_sha256(state_dict: dict[str, torch.Tensor]) -> str:
-    """SHA-256 over every tensor's name, shape, dtype and bytes, in sorted order."""
-    digest = hashlib.sha256()
-    for name in sorted(state_dict):
-        tensor = state_dict[name].detach().cpu().contiguous()
-        digest.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
+    return cache_dir() / f"tiny_clip_{settings_key(_config_record(config or TinyClipConfig()))}.pt"
 
 
 def save_trained(trained: TrainedTinyClip, path: Path | None = None) -> Path:

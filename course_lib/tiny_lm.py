@@ -26,14 +26,11 @@ to it, and lesson 04 shows how far a connector alone gets (stage 1) before the L
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import re
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -41,7 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from course_lib.runtime import TRAINING_THREADS, cache_dir, torch_threads
+from course_lib.runtime import TRAINING_THREADS, cache_dir, load_checkpoint, save_checkpoint, settings_key, torch_threads
 from course_lib.shapes_data import (COLOURS, COUNT_WORDS, COUNTS, DATA_VERSION, PLURALS, POSITION_PHRASES, POSITIONS,
                                     SHAPES, SIZES, Scene, caption, sample_scene)
 
@@ -454,57 +451,6 @@ def train_tiny_lm(config: TinyLMConfig = TinyLMConfig(), train: LMTrainConfig = 
         schedule.step()
         losses.append(loss.item())
     return model.eval(), losses
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def save_checkpoint(path: Path, tensors: dict[str, dict[str, torch.Tensor]], description: dict) -> None:
-    """Write ``tensors`` (state dicts) to ``path`` and ``description`` + the file's SHA-256 beside it (.json).
-
-    Both are written under temporary names and renamed, so an interrupted save leaves no half file.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_suffix(".partial")
-    torch.save(tensors, partial)
-    description = {**description, "sha256": file_sha256(partial)}
-    partial.replace(path)
-    json_partial = path.with_suffix(".json.partial")
-    json_partial.write_text(json.dumps(description, indent=1))
-    json_partial.replace(path.with_suffix(".json"))
-
-
-def load_checkpoint(path: Path, expected: dict) -> tuple[dict | None, dict, str]:
-    """Read what :func:`save_checkpoint` wrote, if it is intact and was made with ``expected``'s settings.
-
-    Returns:
-        ``(tensors, description, "")`` when the cache is good; ``(None, {}, why)`` otherwise, with
-        ``why`` saying what was wrong (missing, other settings, checksum mismatch, unreadable).
-        Tensors are loaded with ``weights_only=True``: a cache file cannot run code.
-    """
-    description_path = path.with_suffix(".json")
-    if not path.exists() or not description_path.exists():
-        return None, {}, ""
-    try:
-        description = json.loads(description_path.read_text())
-    except (OSError, ValueError):
-        return None, {}, f"its description {description_path.name} is unreadable"
-    for key, value in expected.items():
-        if description.get(key) != value:
-            return None, {}, f"it was made with a different {key}"
-    if file_sha256(path) != description.get("sha256"):
-        return None, {}, "its SHA-256 checksum does not match (a corrupt or partly written file)"
-    try:
-        tensors = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # any unreadable file: retrain rather than fail
-        return None, {}, f"it could not be read ({type(error).__name__})"
-    return tensors, description, ""
-
-
-def settings_key(settings: dict) -> str:
-    """A short hash of JSON-able settings, used in cache file names."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
 
 
 @dataclass
